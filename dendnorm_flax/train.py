@@ -1,0 +1,462 @@
+"""Vectorised multi-trial SGD with SET: every trial and both conditions in one program.
+
+The networks are Flax NNX modules; training runs on their split state as pure
+JAX. The state carries two leading axes, ``[trial, condition]``. Within a
+trial the control and the normalised network start from the same mask,
+weights and biases and see the same minibatches (a paired design), so the
+only difference between them is the rule of Eq 6; because they see the same
+inputs, ``vmap`` over the condition axis turns their two matmuls into one
+wide matmul. Trials differ in every seed (masks, weights, data order, SET).
+
+One epoch is ``lax.scan`` over minibatches; after it come the evaluation
+(cost, Eq 4, on the whole training set; accuracy on the test set), the
+optional Fig 2 snapshot, and SET. Each of these is compiled once per run.
+
+Example:
+  >>> from dendnorm_flax.train import RunConfig, train
+  >>> cfg = RunConfig(dataset="mnist", hidden=(100,), epochs=3, trials=2)
+  >>> result = train(cfg)                       # doctest: +SKIP
+  >>> result.test_accuracy.shape                # [condition, trial, epoch]
+  (2, 2, 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from dendnorm_flax import models, stats, topology
+
+__all__ = [
+    "CONDITIONS",
+    "RunConfig",
+    "RunResult",
+    "DivergenceError",
+    "make_model",
+    "cost",
+    "train",
+]
+
+#: Order of the condition axis of every result array.
+CONDITIONS = ("control", "normalised")
+DATASETS = ("mnist", "fashion")
+ARCHITECTURES = ("mlp", "conv")
+
+
+class DivergenceError(FloatingPointError):
+    """A run produced a NaN or infinite cost; names the condition, trial and epoch."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one panel's numbers (hashable; static under ``jit``)."""
+
+    dataset: str = "mnist"  # "mnist" (digits) or "fashion"
+    architecture: str = "mlp"  # "mlp": SparseMLP; "conv": SparseConvNet (Fig 3D)
+    hidden: tuple[int, ...] = (100,)  # sparse hidden layer sizes (conv: one size)
+    activation: str = "sigmoid"  # "sigmoid" (Eq 1) or "threshold_linear" (Eq 5)
+    eps: float = 0.2  # SET connection probability
+    zeta: float = 0.15  # SET fraction of contacts rewired after each epoch
+    lr: float = 0.05  # SGD learning rate eta (for v, b, s and the output layer)
+    batch_size: int = 10  # minibatch size
+    epochs: int = 10  # training epochs
+    trials: int = 2  # independent trials (every seed differs)
+    first_trial: int = 0  # index of the first trial: trial t uses fold_in(key(seed), t)
+    s_init: float = 25.0  # initial s (the authors' scripts use 25)
+    init_std: float = 1.0  # sd of the N(0, sd^2) raw weights, biases, output weights, new SET weights
+    shared_s: bool = True  # one s for all sparse layers of a network (Eq 7 sums over them)
+    n_train: int | None = None  # use the first n_train training images (None: all 60,000)
+    n_test: int | None = None  # use the first n_test test images (None: all 10,000)
+    snapshot_epochs: tuple[int, ...] = ()  # epochs after which Fig 2 statistics are taken
+    seed: int = 0  # base seed of the run
+
+    def validate(self) -> "RunConfig":
+        """Raise ``ValueError`` with what to do for any invalid field; return self."""
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {list(DATASETS)}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"unknown architecture {self.architecture!r}; choose one of {list(ARCHITECTURES)}"
+            )
+        models.activation_fn(self.activation)
+        topology.check_eps(self.eps)
+        topology.check_zeta(self.zeta)
+        if not isinstance(self.hidden, tuple) or not self.hidden:
+            raise ValueError(f"hidden must be a non-empty tuple of layer sizes, got {self.hidden!r}")
+        for n in self.hidden:
+            topology.check_layer_size(n, "hidden layer size")
+        if self.architecture == "mlp" and len(self.hidden) > 3:
+            raise ValueError(f"an MLP has 1 to 3 hidden layers, got {len(self.hidden)}")
+        if self.architecture == "conv" and (len(self.hidden) != 1 or self.activation != "sigmoid"):
+            raise ValueError("the conv net has one sparse sigmoid layer: hidden=(M,), activation='sigmoid'")
+        for name in ("epochs", "trials", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.first_trial < 0:
+            raise ValueError(f"first_trial must be >= 0, got {self.first_trial}")
+        for name, full in (("n_train", 60000), ("n_test", 10000)):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and 1 <= value <= full):
+                raise ValueError(f"{name} must be None or an integer in [1, {full}], got {value!r}")
+        n_train = self.n_train or 60000
+        if n_train % self.batch_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} does not divide the {n_train} training images; "
+                f"choose a divisor (e.g. 10) or set n_train to a multiple of it"
+            )
+        bad = [e for e in self.snapshot_epochs if not (isinstance(e, int) and 0 <= e <= self.epochs)]
+        if bad:
+            raise ValueError(f"snapshot_epochs must lie in [0, epochs={self.epochs}], got {bad}")
+        return self
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return (self.n_train or 60000) // self.batch_size
+
+
+def make_model(config: RunConfig, key: jax.Array, *, normalise: bool = True,
+               mask_in_forward: bool = True) -> nnx.Module:
+    """Build the network ``config`` describes, initialised from ``key``."""
+    rngs = nnx.Rngs(params=key)
+    common = dict(eps=config.eps, normalise=normalise, s_init=config.s_init,
+                  init_std=config.init_std, mask_in_forward=mask_in_forward, rngs=rngs)
+    if config.architecture == "conv":
+        return models.SparseConvNet(config.hidden[0], 10, **common)
+    return models.SparseMLP(784, config.hidden, 10, activation=config.activation,
+                            shared_s=config.shared_s, **common)
+
+
+def cost(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Eq 4 through the softmax of Eq 3: ``-log a_correct`` per example."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a run produced. Curves are ``[condition, trial, epoch]`` (conditions as :data:`CONDITIONS`)."""
+
+    config: RunConfig
+    train_cost: np.ndarray  # mean cost (Eq 4) on the training set after each epoch
+    test_accuracy: np.ndarray  # fraction correct on the test set after each epoch
+    trial_seeds: np.ndarray  # [trial] the fold_in index of each trial's key
+    snapshots: dict[str, np.ndarray]  # field -> [condition, trial, snapshot, ...]
+    timing: dict[str, Any]  # compile_s, train_s and eval_s per epoch, set_s, wall_s
+    conditions: tuple[str, ...] = CONDITIONS
+
+    def final(self) -> dict[str, dict[str, float]]:
+        """Final-epoch mean and sd (over trials) of cost and accuracy, per condition."""
+        out = {}
+        for c, name in enumerate(self.conditions):
+            cost_last = self.train_cost[c, :, -1]
+            acc_last = self.test_accuracy[c, :, -1]
+            out[name] = {
+                "train_cost_mean": float(cost_last.mean()),
+                "train_cost_sd": float(cost_last.std(ddof=1)) if cost_last.size > 1 else float("nan"),
+                "test_accuracy_mean": float(acc_last.mean()),
+                "test_accuracy_sd": float(acc_last.std(ddof=1)) if acc_last.size > 1 else float("nan"),
+            }
+        return out
+
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """Every array of the result, keyed ``prefix + name`` (for ``np.savez``)."""
+        out = {
+            f"{prefix}train_cost": self.train_cost,
+            f"{prefix}test_accuracy": self.test_accuracy,
+            f"{prefix}trial_seeds": self.trial_seeds,
+        }
+        if self.snapshots:
+            out[f"{prefix}snapshot_epochs"] = np.asarray(self.config.snapshot_epochs)
+            for name, value in self.snapshots.items():
+                out[f"{prefix}snap/{name}"] = value
+        return out
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def _load_data(config: RunConfig):
+    from dendnorm_flax import data
+
+    x_tr, y_tr = data.load_inputs(config.dataset, "train")
+    x_te, y_te = data.load_inputs(config.dataset, "test")
+    n_tr = config.n_train or len(x_tr)
+    n_te = config.n_test or len(x_te)
+    return x_tr[:n_tr], y_tr[:n_tr], x_te[:n_te], y_te[:n_te]
+
+
+def _check_data(config: RunConfig, arrays) -> tuple[jax.Array, ...]:
+    x_tr, y_tr, x_te, y_te = arrays
+    for name, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+        if x.ndim != 2 or x.shape[1] != 784 or y.shape != (x.shape[0],):
+            raise ValueError(
+                f"{name} data must be x [n, 784] and y [n]; got {x.shape} and {y.shape}"
+            )
+    if x_tr.shape[0] % config.batch_size:
+        raise ValueError(
+            f"batch_size={config.batch_size} does not divide the {x_tr.shape[0]} training images"
+        )
+    return (jnp.asarray(x_tr, jnp.float32), jnp.asarray(y_tr, jnp.int32),
+            jnp.asarray(x_te, jnp.float32), jnp.asarray(y_te, jnp.int32))
+
+
+def _sparse_grad_mask(params: nnx.State, fixed: nnx.State) -> nnx.State:
+    """A tree like ``params``: the layer mask for every raw weight ``v``, 1 elsewhere."""
+    masks = {path[:-1]: var for path, var in nnx.to_flat_state(fixed) if path[-1] == "mask"}
+    flat = []
+    for path, var in nnx.to_flat_state(params):
+        if path[-1] == "v":
+            flat.append((path, var.replace(masks[path[:-1]][...].astype(var[...].dtype))))
+        else:
+            flat.append((path, var.replace(jnp.ones((), var[...].dtype))))
+    return nnx.from_flat_state(flat)
+
+
+def _padded_chunks(x: jax.Array, y: jax.Array, chunk: int):
+    n = x.shape[0]
+    chunk = min(chunk, n)
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    xs = jnp.pad(x, ((0, pad), (0, 0))).reshape(n_chunks, chunk, x.shape[1])
+    ys = jnp.pad(y, (0, pad)).reshape(n_chunks, chunk)
+    valid = (jnp.arange(n_chunks * chunk) < n).reshape(n_chunks, chunk)
+    return xs, ys, valid
+
+
+class _Engine:
+    """The compiled pieces of one run; state leaves are shaped ``[trial, condition, ...]``."""
+
+    def __init__(self, config: RunConfig, eval_chunk: int = 2000):
+        self.config = config
+        self.eval_chunk = eval_chunk
+        template = make_model(config, jax.random.key(0), mask_in_forward=False)
+        self.graphdef, _, _ = nnx.split(template, nnx.Param, ...)
+        self.tx = optax.sgd(config.lr)
+
+    # -- state ---------------------------------------------------------------
+    def init_state(self, trial_ids: np.ndarray):
+        """Both conditions of every trial, from each trial's own key."""
+        params, fixed = [], []
+        for t in trial_ids:
+            key = jax.random.fold_in(jax.random.key(self.config.seed), int(t))
+            model = make_model(self.config, jax.random.fold_in(key, 0), mask_in_forward=False)
+            _, p, f = nnx.split(model, nnx.Param, ...)
+            flags = jnp.asarray([name == "normalised" for name in CONDITIONS])
+            f_flat = []
+            for path, var in nnx.to_flat_state(f):
+                if path[-1] == "normalise":
+                    f_flat.append((path, var.replace(flags)))
+                else:
+                    f_flat.append((path, var.replace(jnp.stack([var[...]] * len(CONDITIONS)))))
+            params.append(jax.tree.map(lambda a: jnp.stack([a] * len(CONDITIONS)), p))
+            fixed.append(nnx.from_flat_state(f_flat))
+        stack = lambda *a: jnp.stack(a)
+        return jax.tree.map(stack, *params), jax.tree.map(stack, *fixed)
+
+    def keys(self, trial_ids: np.ndarray, epoch: int, stream: int) -> jax.Array:
+        base = jax.random.key(self.config.seed)
+        return jnp.stack([
+            jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(base, int(t)), stream), epoch)
+            for t in trial_ids
+        ])
+
+    # -- one network -----------------------------------------------------------
+    def _loss(self, params, fixed, x, y):
+        return cost(nnx.merge(self.graphdef, params, fixed)(x), y).mean()
+
+    def _sgd_step(self, params, fixed, x, y):
+        grads = jax.grad(self._loss)(params, fixed, x, y)
+        # v stays zero off the mask: mask the update, not the forward pass.
+        grads = jax.tree.map(jnp.multiply, grads, _sparse_grad_mask(grads, fixed))
+        updates, _ = self.tx.update(grads, self.tx.init(params), params)
+        return optax.apply_updates(params, updates)
+
+    # -- compiled pieces ---------------------------------------------------------
+    def train_epoch(self, params, fixed, keys, x_train, y_train):
+        cfg = self.config
+        B, steps = cfg.batch_size, cfg.steps_per_epoch
+        both = jax.vmap(self._sgd_step, in_axes=(0, 0, None, None))  # over conditions
+
+        def one_trial(p, f, key):
+            order = jax.random.permutation(key, x_train.shape[0])
+
+            def step(p, i):
+                idx = jax.lax.dynamic_slice_in_dim(order, i * B, B)
+                return both(p, f, x_train[idx], y_train[idx]), None
+
+            p, _ = jax.lax.scan(step, p, jnp.arange(steps))
+            return p
+
+        return jax.vmap(one_trial)(params, fixed, keys)
+
+    def evaluate(self, params, fixed, x_train, y_train, x_test, y_test):
+        """Mean training cost and test accuracy, ``[trial, condition]`` each."""
+
+        def net_sums(p, f, x, y, valid):
+            logits = nnx.merge(self.graphdef, p, f)(x)
+            c = jnp.where(valid, cost(logits, y), 0.0).sum()
+            hit = jnp.where(valid, jnp.argmax(logits, -1) == y, False).sum()
+            return c, hit
+
+        # Every network sees the same chunk: one wide matmul per chunk.
+        all_nets = jax.vmap(jax.vmap(net_sums, in_axes=(0, 0, None, None, None)),
+                            in_axes=(0, 0, None, None, None))
+
+        def total(x, y, pick):
+            xs, ys, valid = _padded_chunks(x, y, self.eval_chunk)
+
+            def body(acc, inp):
+                return acc + all_nets(params, fixed, *inp)[pick].astype(jnp.float32), None
+
+            shape = jax.tree.leaves(params)[0].shape[:2]
+            acc, _ = jax.lax.scan(body, jnp.zeros(shape, jnp.float32), (xs, ys, valid))
+            return acc / x.shape[0]
+
+        return total(x_train, y_train, 0), total(x_test, y_test, 1)
+
+    def rewire(self, params, fixed, keys):
+        """SET on every sparse layer of every network (same random key within a trial)."""
+        cfg = self.config
+
+        def one_net(p, f, key):
+            model = nnx.merge(self.graphdef, p, f)
+            for i, layer in enumerate(model.sparse_layers()):
+                n_remove = topology.n_rewired(layer.n_contacts, cfg.zeta)
+                mask, v = topology.set_rewire(
+                    jax.random.fold_in(key, i), layer.mask[...], layer.v[...], layer.weights(),
+                    n_remove=n_remove, init_std=cfg.init_std,
+                )
+                layer.set_mask(mask, v)
+            _, p, f = nnx.split(model, nnx.Param, ...)
+            return p, f
+
+        return jax.vmap(jax.vmap(one_net, in_axes=(0, 0, None)))(params, fixed, keys)
+
+    def snapshot(self, params, fixed, x_test):
+        def one_net(p, f):
+            return stats.snapshot(nnx.merge(self.graphdef, p, f), x_test)
+
+        return jax.vmap(jax.vmap(one_net))(params, fixed)
+
+
+def _shard_trials(tree, trials: int):
+    """Shard the leading (trial) axis over all local devices when they divide it."""
+    devices = jax.local_devices()
+    if len(devices) < 2 or trials % len(devices):
+        return tree
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("trials",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("trials"))
+    return jax.device_put(tree, sharding)
+
+
+def train(config: RunConfig, *, data=None, progress: bool = True, desc: str | None = None) -> RunResult:
+    """Train every trial of both conditions of ``config``; return the curves.
+
+    Args:
+      config: the run; validated first.
+      data: optional ``(x_train, y_train, x_test, y_test)`` with ``x`` as
+        float32 ``[n, 784]`` pixels/256; by default the dataset is loaded and
+        cut to ``n_train``/``n_test``.
+      progress: show a tqdm bar per epoch.
+      desc: label of the progress bar.
+
+    Raises:
+      DivergenceError: the cost of some network became NaN or infinite; the
+        message names the condition, trial and epoch.
+    """
+    config.validate()
+    wall0 = time.perf_counter()
+    x_tr, y_tr, x_te, y_te = _check_data(config, data if data is not None else _load_data(config))
+    engine = _Engine(config)
+    trial_ids = np.arange(config.first_trial, config.first_trial + config.trials)
+    params, fixed = _shard_trials(engine.init_state(trial_ids), config.trials)
+
+    t0 = time.perf_counter()
+    k0 = engine.keys(trial_ids, 1, 1)
+    train_c = jax.jit(engine.train_epoch, donate_argnums=(0,)).lower(params, fixed, k0, x_tr, y_tr).compile()
+    eval_c = jax.jit(engine.evaluate).lower(params, fixed, x_tr, y_tr, x_te, y_te).compile()
+    set_c = jax.jit(engine.rewire).lower(params, fixed, k0).compile()
+    snap_c = (jax.jit(engine.snapshot).lower(params, fixed, x_te).compile()
+              if config.snapshot_epochs else None)
+    compile_s = time.perf_counter() - t0
+
+    E = config.epochs
+    costs = np.zeros((config.trials, len(CONDITIONS), E), np.float64)
+    accs = np.zeros_like(costs)
+    snaps: list[dict[str, np.ndarray]] = []
+    train_s, eval_s, set_s = [], [], []
+
+    def take_snapshot():
+        snaps.append(jax.tree.map(np.asarray, snap_c(params, fixed, x_te)))
+
+    if 0 in config.snapshot_epochs:
+        take_snapshot()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=E, desc=desc or f"{config.dataset} {config.hidden}", unit="epoch")
+    try:
+        for epoch in range(1, E + 1):
+            t = time.perf_counter()
+            params = train_c(params, fixed, engine.keys(trial_ids, epoch, 1), x_tr, y_tr)
+            jax.block_until_ready(params)
+            train_s.append(time.perf_counter() - t)
+
+            t = time.perf_counter()
+            c, a = (np.asarray(v) for v in eval_c(params, fixed, x_tr, y_tr, x_te, y_te))
+            eval_s.append(time.perf_counter() - t)
+            costs[:, :, epoch - 1], accs[:, :, epoch - 1] = c, a
+            bad = np.argwhere(~np.isfinite(c))
+            if bad.size:
+                t_i, c_i = bad[0]
+                raise DivergenceError(
+                    f"run diverged: cost is {c[t_i, c_i]} for condition {CONDITIONS[c_i]!r}, "
+                    f"trial {int(trial_ids[t_i])}, epoch {epoch} "
+                    f"({config.dataset}, hidden={config.hidden}, activation={config.activation}, "
+                    f"lr={config.lr}); lower lr or s_init, and do not plot this run"
+                )
+            if epoch in config.snapshot_epochs:
+                take_snapshot()
+            if epoch < E:
+                t = time.perf_counter()
+                params, fixed = set_c(params, fixed, engine.keys(trial_ids, epoch, 2))
+                jax.block_until_ready(fixed)
+                set_s.append(time.perf_counter() - t)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(acc_control=f"{a[:, 0].mean():.3f}", acc_normalised=f"{a[:, 1].mean():.3f}")
+    finally:
+        if bar is not None:
+            bar.close()
+
+    to_ct = lambda a: np.swapaxes(a, 0, 1)  # [trial, condition] -> [condition, trial]
+    snapshots = {}
+    if snaps:
+        for name in snaps[0]:
+            snapshots[name] = np.stack([to_ct(s[name]) for s in snaps], axis=2)
+    return RunResult(
+        config=config,
+        train_cost=to_ct(costs),
+        test_accuracy=to_ct(accs),
+        trial_seeds=trial_ids,
+        snapshots=snapshots,
+        timing={
+            "compile_s": compile_s,
+            "train_s": train_s,
+            "eval_s": eval_s,
+            "set_s": set_s,
+            "wall_s": time.perf_counter() - wall0,
+            "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.local_devices()],
+        },
+    )
