@@ -17,6 +17,8 @@ same program with a different leaf and can be ``vmap``-ed together.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -36,6 +38,15 @@ class AfferentCount(nnx.Variable):
 
 class Rule(nnx.Variable):
     """0-d bool: ``True`` for dendritic normalisation (Eq 6), ``False`` for the control ``w = v``."""
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _init_arrays(k_mask, k_v, k_b, n_in, n_out, eps, init_std):
+    """Mask, n_i, raw weights (zero off the mask) and biases; one compiled call per shape."""
+    mask = topology.erdos_renyi_mask(k_mask, n_in, n_out, eps)
+    v = init_std * jax.random.normal(k_v, (n_in, n_out), jnp.float32)
+    b = init_std * jax.random.normal(k_b, (n_out,), jnp.float32)
+    return mask, mask.sum(axis=0, dtype=jnp.int32), jnp.where(mask, v, 0.0), b
 
 
 class SparseDense(nnx.Module):
@@ -85,12 +96,12 @@ class SparseDense(nnx.Module):
         topology.check_layer_size(n_out, "n_out")
         #: Number of contacts (static: SET conserves it).
         self.n_contacts = topology.n_contacts(n_in, n_out, eps)
-        mask = topology.erdos_renyi_mask(rngs.params(), n_in, n_out, eps)
-        v = init_std * jax.random.normal(rngs.params(), (n_in, n_out), jnp.float32)
+        mask, n_aff, v, b = _init_arrays(rngs.params(), rngs.params(), rngs.params(),
+                                         n_in, n_out, float(eps), float(init_std))
         self.mask = Mask(mask)
-        self.n_aff = AfferentCount(mask.sum(axis=0, dtype=jnp.int32))
-        self.v = nnx.Param(jnp.where(mask, v, 0.0))
-        self.b = nnx.Param(init_std * jax.random.normal(rngs.params(), (n_out,), jnp.float32))
+        self.n_aff = AfferentCount(n_aff)
+        self.v = nnx.Param(v)
+        self.b = nnx.Param(b)
         self.s = s if s is not None else nnx.Param(jnp.asarray(s_init, jnp.float32))
         self.normalise = Rule(jnp.asarray(normalise, bool))
         self.mask_in_forward = mask_in_forward

@@ -402,7 +402,7 @@ def train(config: RunConfig, *, data=None, progress: bool = True, desc: str | No
         take_snapshot()
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain text: widget output would break the book build
 
         bar = tqdm(total=E, desc=desc or f"{config.dataset} {config.hidden}", unit="epoch")
     try:
