@@ -48,7 +48,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dendnorm_flax.train import CONDITIONS, RunConfig, _Engine, cost
+from dendnorm_flax.train import RunConfig, _Engine, cost
 
 
 # --------------------------------------------------------------------------- packing

@@ -201,9 +201,17 @@ def _check_data(config: RunConfig, arrays) -> tuple[jax.Array, ...]:
             raise ValueError(
                 f"{name} data must be x [n, 784] and y [n]; got {x.shape} and {y.shape}"
             )
-    if x_tr.shape[0] % config.batch_size:
+    n_train = config.steps_per_epoch * config.batch_size
+    if x_tr.shape[0] != n_train:
         raise ValueError(
-            f"batch_size={config.batch_size} does not divide the {x_tr.shape[0]} training images"
+            f"the training data has {x_tr.shape[0]} rows but the config asks for n_train={n_train}; "
+            f"set RunConfig(n_train={x_tr.shape[0]}) or pass the first {n_train} rows"
+        )
+    n_test = config.n_test or 10000
+    if x_te.shape[0] != n_test:
+        raise ValueError(
+            f"the test data has {x_te.shape[0]} rows but the config asks for n_test={n_test}; "
+            f"set RunConfig(n_test={x_te.shape[0]}) or pass the first {n_test} rows"
         )
     return (jnp.asarray(x_tr, jnp.float32), jnp.asarray(y_tr, jnp.int32),
             jnp.asarray(x_te, jnp.float32), jnp.asarray(y_te, jnp.int32))

@@ -1,6 +1,7 @@
 """The book: staging, build with warnings as errors, and a real browser opening it offline.
 
-The build tests use a smoke results directory (:func:`make_smoke_results`).
+The build tests use the real smoke reproduction (the ``smoke_results`` fixture
+of ``tests/conftest.py``, shared with the notebook tests).
 The browser test drives headless Debian chromium through the DevTools protocol
 over ``--remote-debugging-pipe`` (file descriptors 3 and 4, NUL-separated JSON),
 which needs no Python package beyond the standard library: it records every
@@ -13,7 +14,6 @@ from __future__ import annotations
 import base64
 import functools
 import http.server
-import io
 import json
 import os
 import queue
@@ -24,7 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dendnorm_flax import bookbuild
@@ -34,129 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("DENDNORM_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("DENDNORM_ARTIFACTS", REPO / "artifacts"))
 
-PANELS = {
-    "fig1": ("digits_M30", "fashion_M30", "digits_M100", "fashion_M100", "digits_M300", "fashion_M300"),
-    "fig2": ("mnist_M100",),
-    "fig3": ("two_layers", "three_layers", "conv", "threshold_linear"),
-}
-TITLES = {
-    "fig1": "Figure 1: dendritic normalisation improves learning",
-    "fig2": "Figure 2: evolution of connectivity",
-    "fig3": "Figure 3: deeper networks",
-}
-
-
-# --------------------------------------------------------------------------- smoke results
-
-
-def _png(curves: np.ndarray, title: str) -> bytes:
-    """A small learning-curve plot as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 2.5))
-    for c, colour in ((0, "tab:blue"), (1, "tab:orange")):
-        ax.plot(curves[c].mean(axis=0), color=colour)
-    ax.set_title(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=60)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def make_fake_results(out: Path, scale: str = "smoke", trials: int = 2, epochs: int = 2) -> Path:
-    """A results directory in the contract format of ``dendnorm reproduce``, without training.
-
-    Per figure: ``results.json``, ``results.npz`` (curves ``[condition, trial,
-    epoch]``; Fig 2 also snapshots), one PNG (and SVG) image, and an executed
-    notebook made with nbformat whose outputs include that image. Fig 1's
-    notebook also references its PNG from markdown, which staging must copy.
-    """
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
-
-    rng = np.random.default_rng(0)
-    out = Path(out)
-    for fig, nb_name in FIGURE_NOTEBOOKS.items():
-        d = out / fig
-        d.mkdir(parents=True, exist_ok=True)
-        arrays, panels = {}, {}
-        for panel in PANELS[fig]:
-            acc = np.clip(0.5 + 0.1 * rng.random((2, trials, epochs)).cumsum(-1), 0, 1)
-            acc[1] += 0.05
-            cost = 2.0 - acc
-            arrays[f"{panel}/train_cost"], arrays[f"{panel}/test_accuracy"] = cost, acc
-            final = {
-                name: {
-                    "train_cost_mean": float(cost[c, :, -1].mean()),
-                    "train_cost_sd": float(cost[c, :, -1].std(ddof=1)),
-                    "test_accuracy_mean": float(acc[c, :, -1].mean()),
-                    "test_accuracy_sd": float(acc[c, :, -1].std(ddof=1)),
-                }
-                for c, name in enumerate(("control", "normalised"))
-            }
-            panels[panel] = {
-                "settings": {"dataset": "mnist", "hidden": [100], "epochs": epochs, "trials": trials},
-                "conditions": ["control", "normalised"],
-                "final": final,
-                "wall_time_s": 0.1,
-                "diverged": False,
-            }
-        if fig == "fig2":
-            p = "mnist_M100/"
-            arrays[f"{p}snapshot_epochs"] = np.array([1, epochs])
-            arrays[f"{p}snap/efferent_counts"] = rng.poisson(20, (2, trials, 2, 784))
-            arrays[f"{p}snap/afferent_counts"] = rng.poisson(157, (2, trials, 2, 100))
-            arrays[f"{p}snap/weights"] = rng.normal(0, 1, (2, trials, 2, 300))
-            arrays[f"{p}snap/mean_input"] = rng.normal(0, 1, (2, trials, 2, 100))
-        np.savez(d / "results.npz", **arrays)
-        meta = {
-            "figure": fig,
-            "scale": scale,
-            "panels": panels,
-            "provenance": {"git_commit": "0" * 40, "versions": {"jax": "test"}, "backend": "cpu",
-                           "devices": ["cpu:0"], "seed": 0},
-        }
-        (d / "results.json").write_text(json.dumps(meta, indent=1))
-        png = _png(arrays[f"{PANELS[fig][0]}/test_accuracy"], fig)
-        (d / f"{fig}.png").write_bytes(png)
-        (d / f"{fig}.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg' width='4' height='4'/>")
-
-        params = new_code_cell("scale = 'smoke'", metadata={"tags": ["parameters"]}, execution_count=1)
-        note = new_code_cell(
-            "print(f'scale: {scale}')", execution_count=2,
-            outputs=[new_output("stream", name="stdout",
-                                text=f"scale: {scale}. Smoke scale: these numbers mean nothing.\n")],
-        )
-        image = new_code_cell(
-            "plot()", execution_count=3,
-            outputs=[new_output("display_data", data={"image/png": base64.b64encode(png).decode(),
-                                                       "text/plain": "<Figure>"})],
-        )
-        cells = [new_markdown_cell(f"# {TITLES[fig]}\n\nA stand-in notebook for the book tests."),
-                 params, note, image]
-        if fig == "fig1":
-            cells.append(new_markdown_cell("The saved figure file:\n\n![Figure 1 as saved](fig1.png)"))
-        nb = new_notebook(cells=cells, metadata={
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-        })
-        nbformat.write(nb, d / f"{nb_name}.ipynb")
-    return out
-
-
-def make_smoke_results(out: Path) -> Path:
-    """The results the book tests build from. The one place to switch to the real pipeline:
-    ``from dendnorm_flax.reproduce import reproduce; reproduce(scale="smoke", out=out)``.
-    """
-    return make_fake_results(out)
-
-
-@pytest.fixture(scope="session")
-def smoke_results(tmp_path_factory) -> Path:
-    return make_smoke_results(tmp_path_factory.mktemp("results") / "smoke")
+# `smoke_results` (tests/conftest.py): the real smoke reproduction, shared with test_reproduce.py.
 
 
 @pytest.fixture(scope="session")
@@ -193,7 +70,10 @@ def test_stage_puts_executed_notebooks_in_place(smoke_results, tmp_path):
     for nb in FIGURE_NOTEBOOKS.values():
         assert (staged / "book" / f"{nb}.ipynb").is_file()
         assert not (staged / "book" / f"{nb}.md").exists()
-    assert (staged / "book" / "fig1.png").is_file()  # referenced from the notebook's markdown
+        # The executed notebook carries its figures as outputs (nothing re-runs at build time).
+        cells = json.loads((staged / "book" / f"{nb}.ipynb").read_text())["cells"]
+        outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
+        assert any("image/png" in o.get("data", {}) for o in outputs), nb
     assert (staged / "vendor" / "mathjax" / "es5" / "tex-chtml.js").is_file()
     config = yaml.safe_load((staged / "_config.yml").read_text())
     assert config["execute"]["execute_notebooks"] == "force"

@@ -13,7 +13,6 @@ import argparse
 import gzip
 import hashlib
 import http.server
-import io
 import os
 import pickle
 import socket

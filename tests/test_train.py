@@ -147,6 +147,11 @@ def test_bad_data_shape():
     x_tr, y_tr, x_te, y_te = _synthetic()
     with pytest.raises(ValueError, match=r"\[n, 784\]"):
         tr.train(RunConfig(**SMALL), data=(x_tr[:, :100], y_tr, x_te, y_te), progress=False)
+    # Data and config must agree on the number of images: nothing is silently cut or repeated.
+    with pytest.raises(ValueError, match="n_train=200"):
+        tr.train(RunConfig(**{**SMALL, "n_train": None}), data=(x_tr, y_tr, x_te, y_te), progress=False)
+    with pytest.raises(ValueError, match="n_test=100"):
+        tr.train(RunConfig(**{**SMALL, "n_test": None}), data=(x_tr, y_tr, x_te, y_te), progress=False)
 
 
 def test_deeper_and_conv_and_threshold_linear_run():
