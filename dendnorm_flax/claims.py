@@ -183,6 +183,16 @@ def _not_computed(figure, panel, claim, statistic, reason, n_trials=0) -> Claim:
     return Claim(figure, panel, claim, statistic, verdict=f"not computed ({reason})", n_trials=n_trials)
 
 
+def _unusable(figure, panel, claim, statistic, *arrays: np.ndarray) -> Claim | None:
+    """The verdict when per-trial arrays cannot be tested (too few trials, a diverged run), else None."""
+    n = arrays[0].shape[0]
+    if n < 2:
+        return Claim(figure, panel, claim, statistic, verdict=TOO_FEW, n_trials=n)
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        return _not_computed(figure, panel, claim, statistic, "non-finite values: a run diverged", n)
+    return None
+
+
 def mean_difference_claim(
     figure: str, panel: str, claim: str, statistic: str, diff: np.ndarray, **boot
 ) -> Claim:
@@ -194,10 +204,8 @@ def mean_difference_claim(
     """
     diff = np.asarray(diff, dtype=float)
     n = diff.shape[0]
-    if n < 2:
-        return Claim(figure, panel, claim, statistic, verdict=TOO_FEW, n_trials=n)
-    if not np.all(np.isfinite(diff)):
-        return _not_computed(figure, panel, claim, statistic, "non-finite values: a run diverged", n)
+    if (verdict := _unusable(figure, panel, claim, statistic, diff)) is not None:
+        return verdict
     lo, hi = bootstrap_ci(lambda d: d.mean(axis=1), diff, **boot)
     return Claim(figure, panel, claim, statistic, float(diff.mean()), (lo, hi), PASS if lo > 0 else FAIL, n)
 
@@ -219,10 +227,8 @@ def sd_ratio_claim(
     """
     nrm, ctl = np.asarray(normalised, float), np.asarray(control, float)
     n = nrm.shape[0]
-    if n < 2:
-        return Claim(figure, panel, claim, statistic, verdict=TOO_FEW, n_trials=n)
-    if not (np.all(np.isfinite(nrm)) and np.all(np.isfinite(ctl))):
-        return _not_computed(figure, panel, claim, statistic, "non-finite values: a run diverged", n)
+    if (verdict := _unusable(figure, panel, claim, statistic, nrm, ctl)) is not None:
+        return verdict
     sd_c = _sd(ctl, 0)
     if sd_c == 0:
         return _not_computed(figure, panel, claim, statistic, "control sd is 0", n)
@@ -242,10 +248,8 @@ def spread_ratio_claim(
     """
     nrm, ctl = np.asarray(normalised, float), np.asarray(control, float)
     n = nrm.shape[0]
-    if n < 2:
-        return Claim(figure, panel, claim, statistic, verdict=TOO_FEW, n_trials=n)
-    if not (np.all(np.isfinite(nrm)) and np.all(np.isfinite(ctl))):
-        return _not_computed(figure, panel, claim, statistic, "non-finite values", n)
+    if (verdict := _unusable(figure, panel, claim, statistic, nrm, ctl)) is not None:
+        return verdict
     if ctl.mean() == 0:
         return _not_computed(figure, panel, claim, statistic, "control spread is 0", n)
     est = float(nrm.mean() / ctl.mean())
