@@ -210,7 +210,7 @@ def _rest(model, u):
     return model.out(h)
 
 
-def make_packed_nnx_epoch(engine, xt=False):
+def make_packed_nnx_epoch(engine, xt=False, trial_map=False):
     """Training epoch with the first sparse layer packed ``V[T, n_in, C*M]`` (one wide matmul
     and one gradient matmul per step in the layout of ``V``); everything after ``u = x @ V``
     is the engine's NNX model, ``vmap``-ed over conditions, differentiated by ``jax.grad``.
@@ -277,7 +277,10 @@ def make_packed_nnx_epoch(engine, xt=False):
             (V, p), _ = jax.lax.scan(step, (V, p), jnp.arange(steps))
             return V, p
 
-        V, rest_p = jax.vmap(one_trial)(V, Mk, rest_p, rest_f, keys)
+        if trial_map:  # one trial after the other: its V stays in cache for the whole epoch
+            V, rest_p = jax.lax.map(lambda a: one_trial(*a), (V, Mk, rest_p, rest_f, keys))
+        else:
+            V, rest_p = jax.vmap(one_trial)(V, Mk, rest_p, rest_f, keys)
         return join_first(rest_p, V, V_PATH)
 
     return train_epoch
@@ -317,10 +320,11 @@ def prepare(variant, cfg, x, y, *, shard=False, hlo=False):
         compiled = jax.jit(fn).lower(*args).compile()
         return compiled, args, time.perf_counter() - t, lambda out: {"mask": out[1]["hidden"][0]["mask"][...],
                                                                       "v": out[0]["hidden"][0]["v"][...]}
-    if variant in ("baseline", "wide_vmap", "packed_nnx", "packed_nnx_xt"):
+    if variant in ("baseline", "wide_vmap", "packed_nnx", "packed_nnx_xt", "packed_nnx_map"):
         fn = jax.jit({"baseline": engine.train_epoch, "wide_vmap": make_wide_vmap_epoch(engine),
                       "packed_nnx": make_packed_nnx_epoch(engine),
-                      "packed_nnx_xt": make_packed_nnx_epoch(engine, xt=True)}[variant])
+                      "packed_nnx_xt": make_packed_nnx_epoch(engine, xt=True),
+                      "packed_nnx_map": make_packed_nnx_epoch(engine, trial_map=True)}[variant])
         args = _shard((params, fixed, keys), shard)
         back = engine_arrays
     else:

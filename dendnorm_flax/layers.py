@@ -120,17 +120,29 @@ class SparseDense(nnx.Module):
         w = jnp.where(self.mask[...], self.v[...], 0.0)
         return w * jnp.broadcast_to(self.scale(), w.shape)
 
+    def project(self, x: jax.Array) -> jax.Array:
+        """``u = x @ v`` (raw weights, masked if ``mask_in_forward``) for ``x`` ``[..., n_in]``."""
+        v = self.v[...]
+        if self.mask_in_forward:
+            v = jnp.where(self.mask[...], v, 0.0)
+        return x @ v
+
+    def from_projection(self, u: jax.Array) -> jax.Array:
+        """Eq 2 from ``u = x @ v``: ``z = u * (s / n) + b`` (or ``u + b`` for the control).
+
+        Split from :meth:`project` so that a trainer can compute ``u`` for
+        several networks in one matmul (``dendnorm_flax.train`` packs the
+        control and normalised ``v`` of a trial side by side).
+        """
+        return u * jnp.broadcast_to(self.scale(), u.shape) + jnp.broadcast_to(self.b[...], u.shape)
+
     def __call__(self, x: jax.Array) -> jax.Array:
         """Weighted input ``z = b + x @ w`` (Eq 2) for ``x`` of shape ``[..., n_in]``.
 
         Computed as ``(x @ v) * (s / n) + b``: the scale is applied per output
         neuron after the matmul, which equals ``x @ w`` up to rounding.
         """
-        v = self.v[...]
-        if self.mask_in_forward:
-            v = jnp.where(self.mask[...], v, 0.0)
-        u = x @ v
-        return u * jnp.broadcast_to(self.scale(), u.shape) + jnp.broadcast_to(self.b[...], u.shape)
+        return self.from_projection(self.project(x))
 
     def set_mask(self, mask: jax.Array, v: jax.Array) -> None:
         """Install a new mask and raw weights (after SET) and recompute ``n_i``."""

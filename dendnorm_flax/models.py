@@ -118,10 +118,18 @@ class SparseMLP(nnx.Module):
             x = self._act(z)
         return zs
 
+    def logits_from_projection(self, u: jax.Array) -> jax.Array:
+        """Output logits from ``u = x @ v`` of the first sparse layer (see :meth:`SparseDense.project`).
+
+        ``net(x)`` is ``net.logits_from_projection(net.hidden[0].project(x))``.
+        """
+        h = self._act(self.hidden[0].from_projection(u))
+        for layer in list(self.hidden)[1:]:
+            h = self._act(layer(h))
+        return self.out(h)
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        for layer in self.hidden:
-            x = self._act(layer(x))
-        return self.out(x)
+        return self.logits_from_projection(self.hidden[0].project(x))
 
 
 class SparseConvNet(nnx.Module):

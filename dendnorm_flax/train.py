@@ -217,12 +217,12 @@ def _check_data(config: RunConfig, arrays) -> tuple[jax.Array, ...]:
             jnp.asarray(x_te, jnp.float32), jnp.asarray(y_te, jnp.int32))
 
 
-def _sparse_grad_mask(params: nnx.State, fixed: nnx.State) -> nnx.State:
-    """A tree like ``params``: the layer mask for every raw weight ``v``, 1 elsewhere."""
+def _sparse_grad_mask(params: nnx.State, fixed: nnx.State, skip: tuple = ()) -> nnx.State:
+    """A tree like ``params``: the layer mask for every raw weight ``v`` (not in ``skip``), 1 elsewhere."""
     masks = {path[:-1]: var for path, var in nnx.to_flat_state(fixed) if path[-1] == "mask"}
     flat = []
     for path, var in nnx.to_flat_state(params):
-        if path[-1] == "v":
+        if path[-1] == "v" and path not in skip:
             flat.append((path, var.replace(masks[path[:-1]][...].astype(var[...].dtype))))
         else:
             flat.append((path, var.replace(jnp.ones((), var[...].dtype))))
@@ -281,15 +281,29 @@ class _Engine:
     def _loss(self, params, fixed, x, y):
         return cost(nnx.merge(self.graphdef, params, fixed)(x), y).mean()
 
-    def _sgd_step(self, params, fixed, x, y):
-        grads = jax.grad(self._loss)(params, fixed, x, y)
+    def _apply_sgd(self, params, grads, fixed, skip=()):
         # v stays zero off the mask: mask the update, not the forward pass.
-        grads = jax.tree.map(jnp.multiply, grads, _sparse_grad_mask(grads, fixed))
+        grads = jax.tree.map(jnp.multiply, grads, _sparse_grad_mask(grads, fixed, skip))
         updates, _ = self.tx.update(grads, self.tx.init(params), params)
         return optax.apply_updates(params, updates)
 
+    def _sgd_step(self, params, fixed, x, y):
+        """One SGD step of one network (the simple formulation)."""
+        return self._apply_sgd(params, jax.grad(self._loss)(params, fixed, x, y), fixed)
+
     # -- compiled pieces ---------------------------------------------------------
     def train_epoch(self, params, fixed, keys, x_train, y_train):
+        """One epoch of SGD for every trial and condition; returns the new params.
+
+        MLPs take the packed path (:meth:`train_epoch_packed`); the conv net,
+        whose sparse layer sees condition-specific inputs, the simple one.
+        """
+        if self.config.architecture == "mlp":
+            return self.train_epoch_packed(params, fixed, keys, x_train, y_train)
+        return self.train_epoch_simple(params, fixed, keys, x_train, y_train)
+
+    def train_epoch_simple(self, params, fixed, keys, x_train, y_train):
+        """The reference formulation: ``vmap`` of one network's SGD step over conditions and trials."""
         cfg = self.config
         B, steps = cfg.batch_size, cfg.steps_per_epoch
         both = jax.vmap(self._sgd_step, in_axes=(0, 0, None, None))  # over conditions
@@ -305,6 +319,57 @@ class _Engine:
             return p
 
         return jax.vmap(one_trial)(params, fixed, keys)
+
+    def train_epoch_packed(self, params, fixed, keys, x_train, y_train):
+        """The same epoch as :meth:`train_epoch_simple` with the first sparse layer packed.
+
+        Within a trial both conditions see the same minibatch, so their raw
+        weights are laid side by side, ``V[trial, n_in, C*M]``, for the whole
+        epoch: each step is one wide matmul ``U = x @ V``, one gradient matmul
+        ``x^T dC/dU`` in the layout of ``V`` and a masked update, with no
+        transposes of ``V``. Everything after ``U`` is the NNX model
+        (:meth:`SparseMLP.logits_from_projection`), ``vmap``-ed over conditions
+        and differentiated by ``jax.grad``, so Eq 7 is applied exactly as in the
+        simple formulation (a test compares the two).
+        """
+        cfg = self.config
+        B, steps = cfg.batch_size, cfg.steps_per_epoch
+        v_path, m_path = ("hidden", 0, "v"), ("hidden", 0, "mask")
+        p_flat, f_flat = dict(nnx.to_flat_state(params)), dict(nnx.to_flat_state(fixed))
+        v = p_flat[v_path][...]  # [T, C, n_in, M]
+        T, C, n_in, M = v.shape
+        pack = lambda a: jnp.moveaxis(a, 1, 2).reshape(T, n_in, C * M)
+        V, Mk = pack(v), pack(f_flat[m_path][...])
+        # The packed V replaces the layer's own v during the epoch (a placeholder holds its place).
+        p_flat[v_path] = p_flat[v_path].replace(jnp.zeros((T, C), v.dtype))
+        rest = nnx.from_flat_state(list(p_flat.items()))
+
+        def loss(p, f, U, y):  # summed over conditions; p, f: [C, ...], U: [B, C*M]
+            u = U.reshape(U.shape[0], C, M)
+
+            def one(pc, fc, uc):
+                return cost(nnx.merge(self.graphdef, pc, fc).logits_from_projection(uc), y).mean()
+
+            return jax.vmap(one, in_axes=(0, 0, 1))(p, f, u).sum()
+
+        def one_trial(V, Mk, p, f, key):
+            order = jax.random.permutation(key, x_train.shape[0])
+
+            def step(carry, i):
+                V, p = carry
+                idx = jax.lax.dynamic_slice_in_dim(order, i * B, B)
+                x, y = x_train[idx], y_train[idx]
+                gp, gU = jax.grad(loss, argnums=(0, 2))(p, f, x @ V, y)
+                V = V - cfg.lr * jnp.where(Mk, x.T @ gU, 0.0)  # mask the update, not the forward
+                return (V, self._apply_sgd(p, gp, f, skip=(v_path,))), None
+
+            (V, p), _ = jax.lax.scan(step, (V, p), jnp.arange(steps))
+            return V, p
+
+        V, rest = jax.vmap(one_trial)(V, Mk, rest, fixed, keys)
+        p_flat = dict(nnx.to_flat_state(rest))
+        p_flat[v_path] = p_flat[v_path].replace(jnp.moveaxis(V.reshape(T, n_in, C, M), 2, 1))
+        return nnx.from_flat_state(list(p_flat.items()))
 
     def evaluate(self, params, fixed, x_train, y_train, x_test, y_test):
         """Mean training cost and test accuracy, ``[trial, condition]`` each."""

@@ -111,6 +111,37 @@ def test_simple_and_fast_formulation_agree():
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(hidden=(30,)),
+        dict(hidden=(20, 15)),
+        dict(hidden=(20, 15, 12), activation="threshold_linear", s_init=2.0),
+        dict(hidden=(20, 15), shared_s=False),
+    ],
+    ids=["1-layer", "2-layer", "3-layer-threshold-linear", "per-layer-s"],
+)
+def test_packed_epoch_equals_simple_epoch(kwargs):
+    """The packed first layer (both conditions in one V) trains exactly like vmap of one network."""
+    x_tr, y_tr, _, _ = (jnp.asarray(a) for a in _synthetic())
+    cfg = RunConfig(trials=3, epochs=1, n_train=200, n_test=100, **kwargs)
+    engine = tr._Engine(cfg)
+    ids = np.arange(3)
+    params, fixed = engine.init_state(ids)
+    keys = engine.keys(ids, 1, 1)
+    simple = jax.jit(engine.train_epoch_simple)(params, fixed, keys, x_tr, y_tr)
+    packed = jax.jit(engine.train_epoch_packed)(params, fixed, keys, x_tr, y_tr)
+    flat_s, flat_p = dict(nnx.to_flat_state(simple)), dict(nnx.to_flat_state(packed))
+    assert flat_s.keys() == flat_p.keys()
+    start = dict(nnx.to_flat_state(params))
+    for path, var in flat_s.items():
+        a, b = np.asarray(var[...]), np.asarray(flat_p[path][...])
+        assert a.shape == b.shape, path
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=str(path))
+        if path[-1] in ("v", "kernel"):  # the epoch did train these (the check is not vacuous)
+            assert np.abs(a - np.asarray(start[path][...])).max() > 1e-3, path
+
+
 def test_divergence_is_an_error_naming_condition_trial_epoch():
     x_tr, y_tr, x_te, y_te = _synthetic()
     x_tr = x_tr.copy()
