@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import resource
 import time
 from typing import Any
 
@@ -51,7 +52,16 @@ ARCHITECTURES = ("mlp", "conv")
 
 
 class DivergenceError(FloatingPointError):
-    """A run produced a NaN or infinite cost; names the condition, trial and epoch."""
+    """A run produced a NaN or infinite cost; names the condition, trial and epoch.
+
+    The three are also attributes (``None`` where unknown), so that a caller
+    can report or order them without parsing the message.
+    """
+
+    def __init__(self, message: str, *, condition: str | None = None, trial: int | None = None,
+                 epoch: int | None = None):
+        super().__init__(message)
+        self.condition, self.trial, self.epoch = condition, trial, epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -431,7 +441,8 @@ def _shard_trials(tree, trials: int):
     return jax.device_put(tree, sharding)
 
 
-def train(config: RunConfig, *, data=None, progress: bool = True, desc: str | None = None) -> RunResult:
+def train(config: RunConfig, *, data=None, progress: bool = True, desc: str | None = None,
+          workers: int | str = "auto", on_epoch=None) -> RunResult:
     """Train every trial of both conditions of ``config``; return the curves.
 
     Args:
@@ -441,12 +452,29 @@ def train(config: RunConfig, *, data=None, progress: bool = True, desc: str | No
         cut to ``n_train``/``n_test``.
       progress: show a tqdm bar per epoch.
       desc: label of the progress bar.
+      workers: processes the trials are split over. ``"auto"``: one per CPU
+        core on the CPU backend with one device (see
+        :mod:`dendnorm_flax.parallel`; ``DENDNORM_WORKERS`` overrides), else
+        1. With 1 everything runs in this process. The numbers do not depend
+        on it.
+      on_epoch: optional callable, called with the epoch number after each
+        epoch's evaluation (in-process runs only).
 
     Raises:
       DivergenceError: the cost of some network became NaN or infinite; the
         message names the condition, trial and epoch.
     """
     config.validate()
+    from dendnorm_flax import parallel
+
+    if workers == "auto":
+        workers = parallel.default_workers(config.trials)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be 'auto' or an integer >= 1, got {workers!r}")
+    if min(workers, config.trials) > 1:
+        if on_epoch is not None:
+            raise ValueError("on_epoch is called in-process only; pass workers=1 with it")
+        return parallel.run_trials(config, workers, data=data, progress=progress, desc=desc)
     wall0 = time.perf_counter()
     x_tr, y_tr, x_te, y_te = _check_data(config, data if data is not None else _load_data(config))
     engine = _Engine(config)
@@ -496,10 +524,13 @@ def train(config: RunConfig, *, data=None, progress: bool = True, desc: str | No
                     f"run diverged: cost is {c[t_i, c_i]} for condition {CONDITIONS[c_i]!r}, "
                     f"trial {int(trial_ids[t_i])}, epoch {epoch} "
                     f"({config.dataset}, hidden={config.hidden}, activation={config.activation}, "
-                    f"lr={config.lr}); lower lr or s_init, and do not plot this run"
+                    f"lr={config.lr}); lower lr or s_init, and do not plot this run",
+                    condition=CONDITIONS[c_i], trial=int(trial_ids[t_i]), epoch=epoch,
                 )
             if epoch in config.snapshot_epochs:
                 take_snapshot()
+            if on_epoch is not None:
+                on_epoch(epoch)
             if epoch < E:
                 t = time.perf_counter()
                 params, fixed = set_c(params, fixed, engine.keys(trial_ids, epoch, 2))
@@ -531,5 +562,9 @@ def train(config: RunConfig, *, data=None, progress: bool = True, desc: str | No
             "wall_s": time.perf_counter() - wall0,
             "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.local_devices()],
+            "workers": 1,
+            "worker_trials": [config.trials],
+            # peak resident memory of the process that trained (MB; Linux reports kB)
+            "peak_rss_mb": [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024],
         },
     )

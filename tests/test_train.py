@@ -142,12 +142,14 @@ def test_packed_epoch_equals_simple_epoch(kwargs):
             assert np.abs(a - np.asarray(start[path][...])).max() > 1e-3, path
 
 
-def test_divergence_is_an_error_naming_condition_trial_epoch():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_divergence_is_an_error_naming_condition_trial_epoch(workers):
     x_tr, y_tr, x_te, y_te = _synthetic()
     x_tr = x_tr.copy()
-    x_tr[5, 0] = np.nan
-    with pytest.raises(DivergenceError, match=r"condition 'control', trial 0, epoch 1"):
-        tr.train(RunConfig(**SMALL), data=(x_tr, y_tr, x_te, y_te), progress=False)
+    x_tr[5, 0] = np.nan  # every trial meets it in epoch 1; trial 0 is the one to name
+    with pytest.raises(DivergenceError, match=r"condition 'control', trial 0, epoch 1") as info:
+        tr.train(RunConfig(**SMALL), data=(x_tr, y_tr, x_te, y_te), progress=False, workers=workers)
+    assert (info.value.condition, info.value.trial, info.value.epoch) == ("control", 0, 1)
 
 
 @pytest.mark.parametrize(
