@@ -32,10 +32,12 @@ set its XLA flags before JAX starts.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import dataclasses
 import os
 import pickle
 import queue
+import signal
 import struct
 import subprocess
 import sys
@@ -136,6 +138,16 @@ def _recv(stream: BinaryIO) -> Any:
 
 def _worker_main(core: int) -> None:
     """Pin to ``core``, make XLA single-threaded, then run tasks from stdin until it closes."""
+    # Interrupts are the parent's business (it stops the workers itself). A worker dies with its
+    # parent: at once by PR_SET_PDEATHSIG, and at the latest when its next message meets the
+    # closed pipe, so a killed notebook kernel leaves no orphan training on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent was gone before the line above took effect
+        return
     os.sched_setaffinity(0, {core})
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + WORKER_XLA_FLAGS).strip()
     os.environ["DENDNORM_WORKERS"] = "1"  # a worker never starts workers of its own

@@ -114,3 +114,46 @@ def test_workers_take_over_the_strict_jax_settings():
     env = parallel._worker_env()
     assert env["JAX_NUMPY_RANK_PROMOTION"] == "raise"  # set by conftest.py in this process
     assert "DENDNORM_WORKERS" not in env
+
+
+def test_workers_die_with_their_parent(tmp_path):
+    """A parent killed without cleanup (os._exit: no atexit) while its workers train leaves none running."""
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_train import SMALL, _synthetic
+        from dendnorm_flax import parallel
+        from dendnorm_flax.train import RunConfig
+        pool = parallel._pool(2)
+        cfg = RunConfig(**{{**SMALL, "epochs": 100000, "trials": 1}})  # hours of work
+        for i, w in enumerate(pool.workers):
+            w.submit((1, cfg, _synthetic()))
+        started = set()
+        while len(started) < 2:  # both are training
+            index, _, kind, _ = pool.inbox.get(timeout=120)
+            assert kind == "epoch", kind
+            started.add(index)
+        print(" ".join(str(w.proc.pid) for w in pool.workers), flush=True)
+        os._exit(0)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2, out.stderr
+    import time
+
+    deadline = time.monotonic() + 60
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in pids if _running(p)]
+    assert not alive, f"worker processes {alive} outlived their parent"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
