@@ -378,6 +378,10 @@ class PanelResult:
             "final": self.final(),
             "wall_time_s": float(self.wall_time_s),
             "compile_s": float(self.compile_s),
+            # how the trials were spread: worker processes and trials per process (1 and [trials]
+            # in one process; unknown for a diverged run)
+            "workers": self.timing.get("workers"),
+            "worker_trials": self.timing.get("worker_trials"),
             "diverged": bool(self.diverged),
             "error": self.error,
         }

@@ -247,8 +247,12 @@ def test_write_figure_results_contract(tmp_path, fake_data, monkeypatch):
     assert list(meta["panels"]) == ["digits_M30", "fashion_M30"]  # the paper's order
     entry = meta["panels"]["digits_M30"]
     assert set(entry) == {"settings", "config_hash", "conditions", "final", "wall_time_s", "compile_s",
-                          "diverged", "error"}
+                          "workers", "worker_trials", "diverged", "error"}
     assert entry["conditions"] == ["control", "normalised"] and entry["diverged"] is False
+    # how the trials were spread over processes: every trial in exactly one of them
+    assert entry["workers"] == len(entry["worker_trials"]) >= 1
+    assert sum(entry["worker_trials"]) == entry["settings"]["trials"]
+    assert meta["panels"]["fashion_M30"]["workers"] is None  # unknown for the diverged run
     assert entry["error"] is None and entry["settings"]["epochs"] == 1
     for c in ("control", "normalised"):
         assert set(entry["final"][c]) == {"train_cost_mean", "train_cost_sd", "test_accuracy_mean",

@@ -10,6 +10,7 @@ notebooks through the command line.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,10 @@ def test_smoke_results_json(smoke_results, figure):
     assert tuple(meta["panels"]) == PANELS[figure]
     for panel, entry in meta["panels"].items():
         assert set(entry) == {"settings", "config_hash", "conditions", "final", "wall_time_s", "compile_s",
-                              "diverged", "error"}
+                              "workers", "worker_trials", "diverged", "error"}
+        # CI has 2 cores and no accelerator: the 2 trials run in one worker process each.
+        assert entry["workers"] == min(2, len(os.sched_getaffinity(0)))
+        assert sum(entry["worker_trials"]) == entry["settings"]["trials"]
         assert entry["conditions"] == ["control", "normalised"]
         assert entry["diverged"] is False and entry["error"] is None
         assert entry["settings"]["trials"] == 2 and entry["settings"]["n_test"] in (100, 500)
