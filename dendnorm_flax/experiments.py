@@ -149,13 +149,9 @@ _PRESETS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         # M = 300; the whole preset ran in ~12 minutes there.
         "fig1": {
             # 3 trials: the smallest number that gives a mean +- sd band;
-            # 8 epochs on all 60,000 images (~5 minutes for the figure): the
+            # 8 epochs on all 60,000 images (~2.5 minutes for the figure): the
             # early epochs, where the two conditions differ most.
             "all": dict(trials=3, epochs=8),
-            # M = 300 costs ~3x M = 100 per image: the first 30,000
-            # training images keep each M = 300 panel near a minute.
-            "digits_M300": dict(n_train=30000),
-            "fashion_M300": dict(n_train=30000),
         },
         "fig2": {
             # SET moves contacts towards the informative pixels only slowly:

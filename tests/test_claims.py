@@ -108,15 +108,22 @@ def test_nonfinite_values_are_not_computed():
     assert row.verdict.startswith("not computed")
 
 
-def test_sd_ratio_uses_point_estimate():
+def test_sd_ratio_needs_interval_below_one():
     rng = np.random.default_rng(6)
     ctl = rng.standard_normal(10)
+    # normalised = half the control in every trial: every resample has ratio 0.5
     row = claims.sd_ratio_claim("f", "p", "c", "s", 0.5 * ctl, ctl, **BOOT)
     assert row.estimate == pytest.approx(0.5)
+    assert row.ci == pytest.approx((0.5, 0.5))
     assert row.verdict == "pass"
-    assert row.ci[0] <= 0.5 + 1e-9 and row.ci[1] >= 0.5 - 1e-9
     assert claims.sd_ratio_claim("f", "p", "c", "s", 2 * ctl, ctl, **BOOT).verdict == "fail"
     assert claims.sd_ratio_claim("f", "p", "c", "s", ctl, np.ones(10)).verdict.startswith("not computed")
+    # three trials: the point estimate is below 1 but the interval covers 1, so nothing is shown
+    few_n, few_c = np.array([0.90, 0.91, 0.93]), np.array([0.88, 0.95, 0.90])
+    few = claims.sd_ratio_claim("f", "p", "c", "s", few_n, few_c, **BOOT)
+    assert few.estimate == pytest.approx(np.std(few_n, ddof=1) / np.std(few_c, ddof=1))
+    assert few.estimate < 1 and few.ci[0] < 1 < few.ci[1]
+    assert few.verdict == "fail"
 
 
 def test_spread_ratio_needs_interval_below_one():

@@ -121,11 +121,14 @@ def test_simple_and_fast_formulation_agree():
     ],
     ids=["1-layer", "2-layer", "3-layer-threshold-linear", "per-layer-s"],
 )
-def test_packed_epoch_equals_simple_epoch(kwargs):
-    """The packed first layer (both conditions in one V) trains exactly like vmap of one network."""
+@pytest.mark.parametrize("trial_loop", ["vmap", "map"])
+def test_packed_epoch_equals_simple_epoch(kwargs, trial_loop):
+    """The packed first layer (both conditions in one V) trains exactly like vmap of one network,
+    with its trials side by side (vmap) or one after another (lax.map)."""
     x_tr, y_tr, _, _ = (jnp.asarray(a) for a in _synthetic())
     cfg = RunConfig(trials=3, epochs=1, n_train=200, n_test=100, **kwargs)
-    engine = tr._Engine(cfg)
+    engine = tr._Engine(cfg, trial_loop=trial_loop)
+    assert engine.trial_loop(3, 10**9) == trial_loop
     ids = np.arange(3)
     params, fixed = engine.init_state(ids)
     keys = engine.keys(ids, 1, 1)
@@ -140,6 +143,20 @@ def test_packed_epoch_equals_simple_epoch(kwargs):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=str(path))
         if path[-1] in ("v", "kernel"):  # the epoch did train these (the check is not vacuous)
             assert np.abs(a - np.asarray(start[path][...])).max() > 1e-3, path
+
+
+def test_trial_loop_rule():
+    """On the CPU, trials whose packed weights are large run one at a time (M = 300), others side by side."""
+    engine = tr._Engine(RunConfig(**SMALL))
+    limit = tr._Engine.MAP_TRIALS_ABOVE_BYTES
+    per_trial_m300 = 784 * 2 * 300 * 4  # packed V of one trial at M = 300, both conditions, float32
+    per_trial_m100 = 784 * 2 * 100 * 4
+    assert jax.default_backend() == "cpu"
+    assert per_trial_m300 > limit and engine.trial_loop(5, per_trial_m300) == "map"
+    assert per_trial_m100 < limit and engine.trial_loop(10, per_trial_m100) == "vmap"
+    assert engine.trial_loop(1, 10 * limit) == "vmap"  # a single trial has nothing to loop over
+    with pytest.raises(ValueError, match="trial_loop must be"):
+        tr._Engine(RunConfig(**SMALL), trial_loop="scan")
 
 
 @pytest.mark.parametrize("workers", [1, 2])
