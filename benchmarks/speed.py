@@ -182,8 +182,9 @@ def run_engine(M, data, *, trials, epochs, dataset, workers="auto"):
     r = train(cfg, data=data, progress=False, workers=workers)
     cpu = time.process_time() - cpu0
     t = r.timing
+    # the fastest epoch (all run after compilation): other work on a shared machine only slows epochs down
     return {
-        "workers": t["workers"], "peak_rss_mb": t["peak_rss_mb"],  # the fastest epoch (all run after compilation): other work on a shared machine only slows epochs down
+        "workers": t["workers"], "peak_rss_mb": t["peak_rss_mb"],
         "M": M, "compile_s": t["compile_s"], "train_s": float(np.min(t["train_s"])),
         "eval_s": float(np.min(t["eval_s"])), "set_s": float(np.min(t["set_s"])) if t["set_s"] else 0.0,
         "train_s_all": t["train_s"], "eval_s_all": t["eval_s"], "wall_s": t["wall_s"], "cpu_s": cpu,

@@ -144,9 +144,9 @@ _PRESETS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     },
     "quick": {
         # Budget: all three figures in <= 20 minutes on 2 CPU cores. Measured
-        # on a (shared) 2-core machine, 3 trials x 2 conditions, 60,000
-        # images: ~2.3 s per epoch at M = 30, ~6 s at M = 100, ~15 s at
-        # M = 300; the whole preset ran in ~12 minutes there.
+        # on the 2-core machine (2026-12-04, 3 trials x 2 conditions, 60,000
+        # images, two worker processes): Fig 1 panels take 10-20 s at M = 30
+        # and 100 and ~50 s at M = 300; the whole preset ran in ~8 minutes.
         "fig1": {
             # 3 trials: the smallest number that gives a mean +- sd band;
             # 8 epochs on all 60,000 images (~2.5 minutes for the figure): the

@@ -279,11 +279,16 @@ def _pool(n: int) -> _Pool:
     return _POOL
 
 
+def _error_epoch(exc: BaseException) -> int:
+    """The epoch a worker's error happened at (a DivergenceError says; anything else counts as 0)."""
+    epoch = getattr(exc, "epoch", None)
+    return epoch if isinstance(epoch, int) else 0
+
+
 def _first_error(errors: dict[int, tuple[BaseException, str]], blocks) -> tuple[int, BaseException, str]:
     """The error one process running every trial would have raised: earliest epoch, then lowest trial."""
     def order(i):
-        epoch = getattr(errors[i][0], "epoch", None)
-        return (epoch if isinstance(epoch, int) else 0, blocks[i][0])
+        return (_error_epoch(errors[i][0]), blocks[i][0])
 
     i = min(errors, key=order)
     return i, *errors[i]
@@ -299,7 +304,7 @@ def run_trials(config, workers: int, *, data=None, progress: bool = True, desc: 
     global _TASK_COUNTER
     import numpy as np
 
-    from dendnorm_flax.train import RunResult
+    from dendnorm_flax.train import RunResult, epoch_bar
 
     wall0 = time.perf_counter()
     blocks = split_trials(config.first_trial, config.trials, workers)
@@ -311,11 +316,7 @@ def run_trials(config, workers: int, *, data=None, progress: bool = True, desc: 
     for i, (first, n) in enumerate(blocks):
         pool.workers[i].submit((task_id, dataclasses.replace(config, first_trial=first, trials=n), data))
 
-    bar = None
-    if progress:
-        from tqdm import tqdm  # plain text: widget output would break the book build
-
-        bar = tqdm(total=config.epochs, desc=desc or f"{config.dataset} {config.hidden}", unit="epoch")
+    bar = epoch_bar(config, desc) if progress else None
     done: dict[int, Any] = {}
     errors: dict[int, tuple[BaseException, str]] = {}
     epochs = [0] * len(blocks)
@@ -325,7 +326,7 @@ def run_trials(config, workers: int, *, data=None, progress: bool = True, desc: 
             return True
         if not errors:
             return False
-        worst = min(getattr(e, "epoch", 0) or 0 for e, _ in errors.values())
+        worst = min(_error_epoch(e) for e, _ in errors.values())
         return all(i in done or i in errors or epochs[i] >= worst for i in range(len(blocks)))
 
     try:

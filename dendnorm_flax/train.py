@@ -469,6 +469,13 @@ def _shard_trials(tree, trials: int):
     return jax.device_put(tree, sharding)
 
 
+def epoch_bar(config: RunConfig, desc: str | None = None):
+    """The progress bar of a run, one step per epoch (shared by in-process and worker runs)."""
+    from tqdm import tqdm  # plain text: widget output would break the book build
+
+    return tqdm(total=config.epochs, desc=desc or f"{config.dataset} {config.hidden}", unit="epoch")
+
+
 def train(config: RunConfig, *, data=None, progress: bool = True, desc: str | None = None,
           workers: int | str = "auto", on_epoch=None) -> RunResult:
     """Train every trial of both conditions of ``config``; return the curves.
@@ -529,11 +536,7 @@ def train(config: RunConfig, *, data=None, progress: bool = True, desc: str | No
 
     if 0 in config.snapshot_epochs:
         take_snapshot()
-    bar = None
-    if progress:
-        from tqdm import tqdm  # plain text: widget output would break the book build
-
-        bar = tqdm(total=E, desc=desc or f"{config.dataset} {config.hidden}", unit="epoch")
+    bar = epoch_bar(config, desc) if progress else None
     try:
         for epoch in range(1, E + 1):
             t = time.perf_counter()
